@@ -1,0 +1,5 @@
+import sys
+
+from chatmill.cli import main
+
+sys.exit(main())

@@ -1,0 +1,107 @@
+"""``chatmill dev`` and ``chatmill serve``: run the apps with uvicorn in one asyncio loop.
+
+``dev`` runs every part in one process (the embedded PostgreSQL and Redis are its only child
+processes): SIGINT or SIGTERM asks each server to finish its requests and close, then the embedded
+services are stopped, and the process exits 0 leaving nothing running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.applications import Starlette
+
+from chatmill.settings import Settings
+
+_log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to us (several servers share one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    name: str
+    factory: Callable[[Settings], Starlette]
+    port: int
+
+
+def app_specs(settings: Settings) -> dict[str, AppSpec]:
+    from ingress.app import create_app as create_ingress
+    from management_api.app import create_app as create_api
+
+    return {
+        "ingress": AppSpec("ingress", create_ingress, settings.ingress_port),
+        "api": AppSpec("api", create_api, settings.api_port),
+    }
+
+
+NOT_YET_AVAILABLE = {
+    "MCP tool servers": "pricing, lead capture, handoff (no issue yet)",
+    "local flow runner": "issue #4",
+    "WhatsApp sandbox": "issue #4",
+}
+
+
+async def serve(
+    settings: Settings, specs: list[AppSpec], *, on_started: Callable[[], None] | None = None
+) -> int:
+    """Serve ``specs`` until SIGINT/SIGTERM; return the exit status (0 on a requested shutdown)."""
+    servers = [
+        _Server(
+            uvicorn.Config(
+                spec.factory(settings),
+                host=settings.host,
+                port=spec.port,
+                log_level=settings.log_level.lower(),
+                lifespan="on",
+                access_log=False,
+                timeout_graceful_shutdown=10,
+            )
+        )
+        for spec in specs
+    ]
+    loop = asyncio.get_running_loop()
+
+    def request_exit() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, request_exit)
+    tasks = [
+        asyncio.create_task(server.serve(), name=spec.name)
+        for server, spec in zip(servers, specs, strict=True)
+    ]
+    try:
+        await _wait_started(servers, tasks)
+        if all(server.started for server in servers) and on_started is not None:
+            on_started()
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        request_exit()  # one server ending (or failing to start) ends them all
+        await asyncio.gather(*tasks, return_exceptions=True)
+        failed = [task for task in tasks if task.exception() is not None]
+        for task in failed:
+            _log.error("%s stopped: %r", task.get_name(), task.exception())
+        return 1 if failed or not all(server.started for server in servers) else 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _wait_started(servers: list[_Server], tasks: list[asyncio.Task[None]]) -> None:
+    while not all(server.started for server in servers):
+        if any(task.done() for task in tasks):
+            return
+        await asyncio.sleep(0.05)

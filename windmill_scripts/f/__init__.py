@@ -1,0 +1,1 @@
+"""Windmill workspace root folder `f/` (package marker, excluded from wmill sync)."""

@@ -1,0 +1,1 @@
+"""Chatmill Windmill scripts and flows (package marker, excluded from wmill sync)."""
