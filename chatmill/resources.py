@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
-from psycopg.rows import dict_row
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
@@ -20,20 +21,23 @@ from chatmill.settings import Settings
 
 POOL_TIMEOUT_SECONDS = 5.0
 
+Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
+
 
 @dataclass
 class Resources:
     settings: Settings
-    pool: AsyncConnectionPool
+    pool: Pool
     redis: Redis
     http: httpx.AsyncClient
 
 
-def create_pool(settings: Settings, *, name: str) -> AsyncConnectionPool:
+def create_pool(settings: Settings, *, name: str) -> Pool:
     if settings.database_url is None:
         raise RuntimeError("DATABASE_URL is not resolved; start the embedded services first")
     return AsyncConnectionPool(
         settings.database_url,
+        connection_class=AsyncConnection[DictRow],
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
         timeout=POOL_TIMEOUT_SECONDS,

@@ -9,8 +9,11 @@ applied; tables and Redis are emptied before each test that asks for them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,18 +32,39 @@ from chatmill.settings import Settings
 REFERENCE_TABLES = frozenset({"schema_migrations", "billing_tiers", "integrations"})
 
 
+@contextlib.contextmanager
+def service_directory() -> Iterator[Path]:
+    """A private directory for embedded server data, outside pytest's tmp tree.
+
+    (Every pytest start re-secures /tmp/pytest-of-<user> to mode 0700, which would cut the embedded
+    PostgreSQL, running as its own system user when we are root, off from its data mid-session.)
+    """
+    directory = Path(tempfile.mkdtemp(prefix="chatmill-test-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def services_dir() -> Iterator[Path]:
+    with service_directory() as directory:
+        yield directory
+
+
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """A URL of a PostgreSQL server the suite may create databases on."""
     external = os.environ.get("TEST_DATABASE_URL")
     if external:
         yield external
         return
-    postgres = EmbeddedPostgres(tmp_path_factory.mktemp("embedded") / "postgres")
-    try:
-        yield postgres.start()
-    finally:
-        postgres.stop()
+    with service_directory() as directory:
+        postgres = EmbeddedPostgres(directory / "postgres")
+        try:
+            yield postgres.start()
+        finally:
+            postgres.stop()
 
 
 def create_database(server_url: str, name: str) -> str:
@@ -94,16 +118,17 @@ def database_url(migrated_database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_server_url() -> Iterator[str]:
     external = os.environ.get("TEST_REDIS_URL")
     if external:
         yield external
         return
-    redis = EmbeddedRedis(tmp_path_factory.mktemp("embedded") / "redis")
-    try:
-        yield redis.start()
-    finally:
-        redis.stop()
+    with service_directory() as directory:
+        redis = EmbeddedRedis(directory / "redis")
+        try:
+            yield redis.start()
+        finally:
+            redis.stop()
 
 
 @pytest.fixture

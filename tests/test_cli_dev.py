@@ -56,13 +56,13 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_dev_comes_up_ready_and_exits_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
-    data_dir = tmp_path / ".chatmill"
+def test_dev_comes_up_ready_and_exits_cleanly_on_signal(services_dir: Path, sig: signal.Signals) -> None:
+    data_dir = services_dir / ".chatmill"
     env = _dev_environment(data_dir)
     process = subprocess.Popen(
         [sys.executable, "-m", "chatmill", "dev"],
         env=env,
-        cwd=tmp_path,
+        cwd=services_dir,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -17,8 +17,8 @@ def _alive(pid: int | None) -> bool:
     return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
 
 
-def test_restarted_services_keep_their_data_and_stop_cleanly(tmp_path: Path) -> None:
-    data_dir = tmp_path / ".chatmill"
+def test_restarted_services_keep_their_data_and_stop_cleanly(services_dir: Path) -> None:
+    data_dir = services_dir / ".chatmill"
     with embedded_services(data_dir, database_url=None, redis_url=None) as urls:
         with psycopg.connect(urls.database_url, autocommit=True) as conn:
             conn.execute("CREATE TABLE kept (value text)")
@@ -41,11 +41,11 @@ def test_restarted_services_keep_their_data_and_stop_cleanly(tmp_path: Path) -> 
             assert client.get("kept") == b"also here"
 
 
-def test_a_second_user_attaches_and_only_the_starter_stops_redis(tmp_path: Path) -> None:
-    owner = EmbeddedRedis(tmp_path / "redis")
+def test_a_second_user_attaches_and_only_the_starter_stops_redis(services_dir: Path) -> None:
+    owner = EmbeddedRedis(services_dir / "redis")
     url = owner.start()
     try:
-        guest = EmbeddedRedis(tmp_path / "redis")
+        guest = EmbeddedRedis(services_dir / "redis")
         assert guest.start() == url
         guest.stop()
         with Redis.from_url(url) as client:
@@ -55,8 +55,8 @@ def test_a_second_user_attaches_and_only_the_starter_stops_redis(tmp_path: Path)
     assert not _alive(owner.pid)
 
 
-def test_a_stale_state_file_does_not_block_the_next_start(tmp_path: Path) -> None:
-    directory = tmp_path / "redis"
+def test_a_stale_state_file_does_not_block_the_next_start(services_dir: Path) -> None:
+    directory = services_dir / "redis"
     directory.mkdir()
     (directory / "redis.json").write_text('{"pid": 999999, "socket": "/nonexistent/redis.sock"}')
     redis = EmbeddedRedis(directory)
@@ -68,8 +68,8 @@ def test_a_stale_state_file_does_not_block_the_next_start(tmp_path: Path) -> Non
         redis.stop()
 
 
-def test_a_deep_data_directory_still_gets_a_usable_socket(tmp_path: Path) -> None:
-    deep = tmp_path.joinpath(*(["a-rather-long-directory-name"] * 5))
+def test_a_deep_data_directory_still_gets_a_usable_socket(services_dir: Path) -> None:
+    deep = services_dir.joinpath(*(["a-rather-long-directory-name"] * 5))
     redis = EmbeddedRedis(deep)
     url = redis.start()
     try:

@@ -1,0 +1,166 @@
+"""The outbox relay: starts ``handle_message`` for every stored message that should be answered.
+
+A background task of the ingress; several may run at once (several ingress processes). Each round
+claims due, undispatched rows with ``FOR UPDATE SKIP LOCKED`` inside a transaction, starts the flow
+for each with a deterministic job id (``uuid5`` of the outbox row), and records the outcome before
+committing:
+
+- started (or already started: Windmill's 400 for a known job id) → ``dispatched_at``, ``job_id``;
+- failed → ``attempts + 1``, ``last_error``, and ``available_at`` pushed back exponentially
+  (1 s, 2 s, 4 s … capped at 5 min, with jitter).
+
+A relay stopped mid-round rolls its transaction back: the rows stay undispatched and the next round
+(this or another relay) starts them again with the same job id, which cannot start a second run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from chatmill.flows import HANDLE_MESSAGE, FlowBackend, FlowRejected, FlowUnavailable, WindmillBackend
+from chatmill.resources import Pool
+from ingress.metrics import IngressMetrics
+
+_log = logging.getLogger(__name__)
+
+JOB_NAMESPACE = uuid.UUID("1b0e3c2a-7f5d-4b8e-9c61-0d2f4a6b8c10")
+MAX_BACKOFF_SECONDS = 300.0
+
+_CLAIM = """
+SELECT id, attempts FROM inbound_outbox
+WHERE dispatched_at IS NULL AND available_at <= now()
+ORDER BY available_at, created_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+_MARK_DISPATCHED = """
+UPDATE inbound_outbox SET dispatched_at = now(), job_id = %(job_id)s, attempts = attempts + 1, last_error = NULL
+WHERE id = %(id)s
+"""
+_MARK_FAILED = """
+UPDATE inbound_outbox SET attempts = attempts + 1, last_error = %(error)s,
+    available_at = now() + make_interval(secs => %(delay)s)
+WHERE id = %(id)s
+"""
+_BACKLOG = """
+SELECT count(*) AS backlog, COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float AS oldest
+FROM inbound_outbox WHERE dispatched_at IS NULL
+"""
+
+
+def job_id_for(outbox_id: uuid.UUID) -> uuid.UUID:
+    """The flow job id for an outbox row: the same on every attempt, by every relay."""
+    return uuid.uuid5(JOB_NAMESPACE, str(outbox_id))
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Delay before the next attempt after ``attempts`` failed ones (jittered, capped)."""
+    base = min(MAX_BACKOFF_SECONDS, 2.0 ** max(0, attempts - 1))
+    return base * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
+
+
+@dataclass
+class RelayConfig:
+    batch_size: int = 50
+    poll_seconds: float = 0.25
+    concurrency: int = 16
+    metrics_seconds: float = 5.0
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: Pool,
+        backend: FlowBackend,
+        metrics: IngressMetrics,
+        config: RelayConfig | None = None,
+    ) -> None:
+        self._pool = pool
+        self._backend = backend
+        self._metrics = metrics
+        self._config = config or RelayConfig()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New outbox rows were committed: run a round now instead of at the next poll."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch until ``stop`` is set."""
+        loop = asyncio.get_running_loop()
+        next_metrics = 0.0
+        while not stop.is_set():
+            try:
+                claimed = await self.dispatch_round()
+                if loop.time() >= next_metrics:
+                    next_metrics = loop.time() + self._config.metrics_seconds
+                    await self.refresh_metrics()
+            except Exception as exc:  # the database is down: keep trying, quietly
+                _log.warning("outbox relay round failed: %s", type(exc).__name__)
+                claimed = 0
+            if claimed >= self._config.batch_size:
+                continue  # more may be waiting
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    _first(stop.wait(), self._wake.wait()), timeout=self._config.poll_seconds
+                )
+
+    async def dispatch_round(self) -> int:
+        """Claim and dispatch one batch; return how many rows were claimed."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(_CLAIM, {"limit": self._config.batch_size})
+            rows = await cursor.fetchall()
+            if not rows:
+                return 0
+            limit = asyncio.Semaphore(self._config.concurrency)
+            outcomes = await asyncio.gather(*(self._dispatch(row, limit) for row in rows))
+            for row, error in zip(rows, outcomes, strict=True):
+                if error is None:
+                    await conn.execute(_MARK_DISPATCHED, {"id": row["id"], "job_id": job_id_for(row["id"])})
+                else:
+                    delay = backoff_seconds(row["attempts"] + 1)
+                    await conn.execute(_MARK_FAILED, {"id": row["id"], "error": error[:500], "delay": delay})
+        self._metrics.dispatched.inc(sum(1 for error in outcomes if error is None))
+        return len(rows)
+
+    async def _dispatch(self, row: dict[str, Any], limit: asyncio.Semaphore) -> str | None:
+        async with limit:
+            try:
+                await self._backend.start_flow(
+                    HANDLE_MESSAGE, {"outbox_id": str(row["id"])}, job_id=job_id_for(row["id"])
+                )
+            except FlowUnavailable as exc:
+                self._metrics.dispatch_errors.labels(kind="unavailable").inc()
+                return str(exc)
+            except FlowRejected as exc:
+                self._metrics.dispatch_errors.labels(kind="rejected").inc()
+                _log.error("flow backend rejected outbox row %s: %s", row["id"], exc)
+                return str(exc)
+        return None
+
+    async def refresh_metrics(self) -> None:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(_BACKLOG)
+            row = await cursor.fetchone()
+        if row is not None:
+            self._metrics.outbox_backlog.set(row["backlog"])
+            self._metrics.outbox_oldest_age.set(row["oldest"])
+        if isinstance(self._backend, WindmillBackend):
+            with contextlib.suppress(FlowUnavailable):
+                self._metrics.windmill_queue_depth.set(await self._backend.queue_depth())
+
+
+async def _first(*awaitables: Any) -> None:
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
