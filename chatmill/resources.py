@@ -43,7 +43,9 @@ def create_pool(settings: Settings, *, name: str) -> Pool:
         timeout=POOL_TIMEOUT_SECONDS,
         name=name,
         open=False,
-        kwargs={"row_factory": dict_row, "application_name": f"chatmill-{name}"},
+        # autocommit: a single statement is its own transaction (no BEGIN/COMMIT round trips);
+        # multi-statement writes use ``conn.transaction()``.
+        kwargs={"row_factory": dict_row, "application_name": f"chatmill-{name}", "autocommit": True},
     )
 
 

@@ -28,6 +28,7 @@ from ingress import webhook
 from ingress.metrics import IngressMetrics
 from ingress.ratelimit import RateLimiter
 from ingress.relay import OutboxRelay, RelayConfig
+from ingress.store import RouteCache
 
 
 def create_app(
@@ -52,6 +53,7 @@ def create_app(
                 limiter=RateLimiter(resources.redis, registry),
                 box=box,
                 on_new_outbox=relay.wake,
+                routes=RouteCache(),
             )
             stop = asyncio.Event()
             task = asyncio.create_task(relay.run(stop), name="outbox-relay") if run_relay else None

@@ -55,8 +55,9 @@ class RateLimiter:
         )
         self._last_log = 0.0
 
-    async def admit(self, chatbot_id: uuid.UUID, contact_id: uuid.UUID, *, limit: int, member: str) -> bool:
-        key = f"chatmill:rl:{chatbot_id}:{contact_id}"
+    async def admit(self, chatbot_id: uuid.UUID, sender: str, *, limit: int, member: str) -> bool:
+        """Whether message ``member`` from ``sender`` (user_id or wa_id) is within the chatbot's limit."""
+        key = f"chatmill:rl:{chatbot_id}:{sender}"
         try:
             result = await asyncio.wait_for(
                 self._script(keys=[key], args=[int(time.time() * 1000), WINDOW_MS, limit, member]),

@@ -35,7 +35,7 @@ from ingress import signature
 from ingress.metrics import IngressMetrics
 from ingress.payload import PayloadError, parse_batch
 from ingress.ratelimit import RateLimiter
-from ingress.store import load_routes, store_batch
+from ingress.store import RouteCache, store_batch
 
 _log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class WebhookDeps:
     limiter: RateLimiter
     box: SecretBox
     on_new_outbox: Callable[[], None]
+    routes: RouteCache
 
 
 def _deps(request: Request) -> WebhookDeps:
@@ -132,7 +133,7 @@ async def _receive(request: Request, deps: WebhookDeps) -> tuple[str, Response]:
 
     try:
         async with deps.resources.pool.connection() as conn:
-            routes = await load_routes(conn, batch.phone_number_ids, channel_id=channel_uuid)
+            routes = await deps.routes.resolve(conn, batch.phone_number_ids, channel_id=channel_uuid)
             result = await store_batch(conn, batch, routes, deps.limiter)
     except (PoolTimeout, psycopg.OperationalError) as exc:
         _log.warning("webhook not stored, database unavailable: %s", type(exc).__name__)

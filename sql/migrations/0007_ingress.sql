@@ -131,3 +131,72 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Store everything one webhook POST carried, in one statement (atomic in itself).
+-- p_messages: [{organization_id, chatbot_id, channel_id, wa_id, user_id, profile_name, username,
+--   received_at, type, text, payload, media, context_wamid, forwarded, wamid, wa_timestamp,
+--   answer (should be answered), admitted (within the rate limit)}], in lock order.
+-- p_statuses: [{organization_id, channel_id, wamid, status, at, error_code, error_title, payload}].
+-- Returns the count of each outcome.
+CREATE FUNCTION ingress_store_batch(p_messages jsonb, p_statuses jsonb, OUT accepted integer,
+    OUT duplicate integer, OUT rate_limited integer, OUT new_outbox integer, OUT applied integer,
+    OUT unmatched integer) LANGUAGE plpgsql AS $$
+DECLARE
+    m jsonb;
+    s jsonb;
+    v_contact uuid;
+    v_conversation uuid;
+    v_message uuid;
+    v_org uuid;
+    v_channel uuid;
+    v_received timestamptz;
+    v_limited boolean;
+BEGIN
+    accepted := 0; duplicate := 0; rate_limited := 0; new_outbox := 0; applied := 0; unmatched := 0;
+    FOR m IN SELECT value FROM jsonb_array_elements(p_messages) LOOP
+        v_org := (m->>'organization_id')::uuid;
+        v_channel := (m->>'channel_id')::uuid;
+        v_received := (m->>'received_at')::timestamptz;
+        v_contact := ingress_upsert_contact(v_org, v_channel, m->>'wa_id', m->>'user_id', m->>'profile_name',
+                                            m->>'username', v_received);
+        INSERT INTO conversations (organization_id, chatbot_id, channel_id, contact_id, last_inbound_at, last_message_at)
+        VALUES (v_org, (m->>'chatbot_id')::uuid, v_channel, v_contact, v_received, v_received)
+        ON CONFLICT (channel_id, contact_id) DO UPDATE SET
+            last_inbound_at = GREATEST(conversations.last_inbound_at, EXCLUDED.last_inbound_at),
+            last_message_at = GREATEST(conversations.last_message_at, EXCLUDED.last_message_at)
+        RETURNING id INTO v_conversation;
+        v_limited := (m->>'answer')::boolean AND NOT (m->>'admitted')::boolean;
+        v_message := NULL;
+        INSERT INTO messages (organization_id, chatbot_id, channel_id, conversation_id, contact_id, direction, author,
+                              type, text, payload, media, context_wamid, forwarded, wamid, wa_timestamp, status,
+                              rate_limited, answered_at, answer_outcome)
+        VALUES (v_org, (m->>'chatbot_id')::uuid, v_channel, v_conversation, v_contact, 'inbound', 'customer',
+                m->>'type', m->>'text', m->'payload', NULLIF(m->'media', 'null'::jsonb), m->>'context_wamid',
+                (m->>'forwarded')::boolean, m->>'wamid', (m->>'wa_timestamp')::timestamptz, 'received',
+                v_limited, CASE WHEN v_limited THEN now() END, CASE WHEN v_limited THEN 'rate_limited' END)
+        ON CONFLICT (channel_id, wamid) DO NOTHING
+        RETURNING id INTO v_message;
+        IF v_message IS NULL THEN
+            duplicate := duplicate + 1;
+        ELSIF v_limited THEN
+            rate_limited := rate_limited + 1;
+        ELSE
+            accepted := accepted + 1;
+            IF (m->>'answer')::boolean THEN
+                INSERT INTO inbound_outbox (organization_id, conversation_id, message_id)
+                VALUES (v_org, v_conversation, v_message);
+                new_outbox := new_outbox + 1;
+            END IF;
+        END IF;
+    END LOOP;
+    FOR s IN SELECT value FROM jsonb_array_elements(p_statuses) LOOP
+        IF apply_message_status((s->>'organization_id')::uuid, (s->>'channel_id')::uuid, s->>'wamid', s->>'status',
+                                (s->>'at')::timestamptz, (s->>'error_code')::integer, s->>'error_title', s->'payload')
+        THEN
+            applied := applied + 1;
+        ELSE
+            unmatched := unmatched + 1;
+        END IF;
+    END LOOP;
+END
+$$;

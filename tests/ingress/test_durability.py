@@ -135,7 +135,7 @@ def test_redis_down_still_accepts_and_deduplicates(
     with TestClient(create_app(broken, run_relay=False)) as client:
         assert post(client, body, SECRET).status_code == 200
         assert post(client, body, SECRET).json()["messages"] == {"duplicate": 1}
-        assert "chatmill_ratelimit_fail_open_total 1.0" in client.get("/metrics").text
+        assert "chatmill_ratelimit_fail_open_total 2.0" in client.get("/metrics").text  # one per delivery
     assert _count(db, "messages") == 1
     assert _count(db, "inbound_outbox") == 1
 
