@@ -13,6 +13,7 @@ for success. The local backend inserts the queued run with ``ON CONFLICT DO NOTH
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any, Protocol
@@ -50,6 +51,31 @@ class FlowBackend(Protocol):
         """Start flow ``path`` (e.g. ``f/chatmill/handle_message``) once for ``job_id``."""
         ...
 
+    async def start_flows(
+        self, path: str, jobs: list[tuple[uuid.UUID, dict[str, Any]]]
+    ) -> list[FlowError | None]:
+        """Start one run per (job id, args); return, in order, None for started or the error."""
+        ...
+
+
+_DISPATCH_CONCURRENCY = 16
+
+
+async def _start_each(
+    backend: FlowBackend, path: str, jobs: list[tuple[uuid.UUID, dict[str, Any]]]
+) -> list[FlowError | None]:
+    limit = asyncio.Semaphore(_DISPATCH_CONCURRENCY)
+
+    async def start(job_id: uuid.UUID, args: dict[str, Any]) -> FlowError | None:
+        async with limit:
+            try:
+                await backend.start_flow(path, args, job_id=job_id)
+            except FlowError as exc:
+                return exc
+            return None
+
+    return list(await asyncio.gather(*(start(job_id, args) for job_id, args in jobs)))
+
 
 class WindmillBackend:
     """Windmill's HTTP API: ``POST /api/w/{workspace}/jobs/run/f/{path}?job_id=…``."""
@@ -76,6 +102,11 @@ class WindmillBackend:
             raise FlowUnavailable(f"Windmill answered {response.status_code}: {body}")
         raise FlowRejected(f"Windmill answered {response.status_code}: {body}")
 
+    async def start_flows(
+        self, path: str, jobs: list[tuple[uuid.UUID, dict[str, Any]]]
+    ) -> list[FlowError | None]:
+        return await _start_each(self, path, jobs)
+
     async def _job_exists(self, job_id: uuid.UUID) -> bool:
         """Whether Windmill has ``job_id`` (queued, running or completed): ``GET /jobs_u/get/{id}``."""
         try:
@@ -101,18 +132,32 @@ class LocalBackend:
         self._pool = pool
 
     async def start_flow(self, path: str, args: dict[str, Any], *, job_id: uuid.UUID) -> None:
-        values = {
-            "id": job_id,
-            "flow_path": path,
-            "args": json.dumps(args),
-            "organization_id": args.get("organization_id"),
-        }
+        [error] = await self.start_flows(path, [(job_id, args)])
+        if error is not None:
+            raise error
+
+    async def start_flows(
+        self, path: str, jobs: list[tuple[uuid.UUID, dict[str, Any]]]
+    ) -> list[FlowError | None]:
+        """All runs in one transaction: one commit for a whole relay batch."""
+        values = [
+            {
+                "id": job_id,
+                "flow_path": path,
+                "args": json.dumps(args),
+                "organization_id": args.get("organization_id"),
+            }
+            for job_id, args in jobs
+        ]
         try:
             async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute(_ENQUEUE_RUN, values)
+                async with conn.cursor() as cursor:
+                    await cursor.executemany(_ENQUEUE_RUN, values)
                 await conn.execute(f"NOTIFY {RUNNER_CHANNEL}")
         except Exception as exc:  # pool timeout or any database error: try again later
-            raise FlowUnavailable(f"local runner queue unavailable: {type(exc).__name__}") from exc
+            error = FlowUnavailable(f"local runner queue unavailable: {type(exc).__name__}")
+            return [error for _ in jobs]
+        return [None for _ in jobs]
 
 
 def flow_backend(settings: Settings, *, pool: Pool, http: httpx.AsyncClient) -> FlowBackend:

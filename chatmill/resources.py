@@ -32,7 +32,7 @@ class Resources:
     http: httpx.AsyncClient
 
 
-def create_pool(settings: Settings, *, name: str) -> Pool:
+def create_pool(settings: Settings, *, name: str, autocommit: bool = False) -> Pool:
     if settings.database_url is None:
         raise RuntimeError("DATABASE_URL is not resolved; start the embedded services first")
     return AsyncConnectionPool(
@@ -43,9 +43,10 @@ def create_pool(settings: Settings, *, name: str) -> Pool:
         timeout=POOL_TIMEOUT_SECONDS,
         name=name,
         open=False,
-        # autocommit: a single statement is its own transaction (no BEGIN/COMMIT round trips);
-        # multi-statement writes use ``conn.transaction()``.
-        kwargs={"row_factory": dict_row, "application_name": f"chatmill-{name}", "autocommit": True},
+        # autocommit (the ingress): a single statement is its own transaction, with no BEGIN/COMMIT
+        # round trips; multi-statement writes must then use ``conn.transaction()``. Without it, the
+        # pool commits when a connection is returned.
+        kwargs={"row_factory": dict_row, "application_name": f"chatmill-{name}", "autocommit": autocommit},
     )
 
 
@@ -57,10 +58,14 @@ def create_redis(settings: Settings) -> Redis:
 
 @contextlib.asynccontextmanager
 async def open_resources(
-    settings: Settings, *, name: str, transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings,
+    *,
+    name: str,
+    transport: httpx.AsyncBaseTransport | None = None,
+    autocommit: bool = False,
 ) -> AsyncIterator[Resources]:
     """Open the pool, Redis and httpx; ``transport`` lets tests answer outbound HTTP locally."""
-    pool = create_pool(settings, name=name)
+    pool = create_pool(settings, name=name, autocommit=autocommit)
     await pool.open(wait=False)
     redis = create_redis(settings)
     http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(10.0, connect=5.0))

@@ -69,7 +69,6 @@ def backoff_seconds(attempts: int) -> float:
 class RelayConfig:
     batch_size: int = 50
     poll_seconds: float = 0.25
-    concurrency: int = 16
     metrics_seconds: float = 5.0
 
 
@@ -119,8 +118,7 @@ class OutboxRelay:
             rows = await cursor.fetchall()
             if not rows:
                 return 0
-            limit = asyncio.Semaphore(self._config.concurrency)
-            outcomes = await asyncio.gather(*(self._dispatch(row, limit) for row in rows))
+            outcomes = await self._dispatch(rows)
             for row, error in zip(rows, outcomes, strict=True):
                 if error is None:
                     await conn.execute(_MARK_DISPATCHED, {"id": row["id"], "job_id": job_id_for(row["id"])})
@@ -130,20 +128,18 @@ class OutboxRelay:
         self._metrics.dispatched.inc(sum(1 for error in outcomes if error is None))
         return len(rows)
 
-    async def _dispatch(self, row: dict[str, Any], limit: asyncio.Semaphore) -> str | None:
-        async with limit:
-            try:
-                await self._backend.start_flow(
-                    HANDLE_MESSAGE, {"outbox_id": str(row["id"])}, job_id=job_id_for(row["id"])
-                )
-            except FlowUnavailable as exc:
-                self._metrics.dispatch_errors.labels(kind="unavailable").inc()
-                return str(exc)
-            except FlowRejected as exc:
+    async def _dispatch(self, rows: list[dict[str, Any]]) -> list[str | None]:
+        jobs = [(job_id_for(row["id"]), {"outbox_id": str(row["id"])}) for row in rows]
+        errors = await self._backend.start_flows(HANDLE_MESSAGE, jobs)
+        outcomes: list[str | None] = []
+        for row, error in zip(rows, errors, strict=True):
+            if isinstance(error, FlowRejected):
                 self._metrics.dispatch_errors.labels(kind="rejected").inc()
-                _log.error("flow backend rejected outbox row %s: %s", row["id"], exc)
-                return str(exc)
-        return None
+                _log.error("flow backend rejected outbox row %s: %s", row["id"], error)
+            elif error is not None:
+                self._metrics.dispatch_errors.labels(kind="unavailable").inc()
+            outcomes.append(None if error is None else str(error))
+        return outcomes
 
     async def refresh_metrics(self) -> None:
         async with self._pool.connection() as conn:
