@@ -4,6 +4,11 @@
     chatmill serve APP    one app (ingress | api) for production, behind a process manager
     chatmill migrate      apply pending migrations (idempotent; used at container start-up)
     chatmill seed-demo    a demo organization, owner, chatbot, WhatsApp channel and knowledge
+    chatmill ingest       ingest a file, URL or site into a chatbot (chatmill.knowledge_cli)
+    chatmill eval retrieval   recall@k and MRR of a retrieval evaluation set
+    chatmill reembed      move a chatbot to another embedding model without downtime
+    chatmill runs [--failed] [ID]   the local runner's recent flow runs, or one run with its steps
+    chatmill chat         play a WhatsApp customer in the terminal against `chatmill dev`
 
 Every command builds one ``Settings`` from the environment (and ``.env``). With ``DATABASE_URL`` /
 ``REDIS_URL`` unset, the embedded servers under ``CHATMILL_DATA_DIR`` are used (and started if no
@@ -23,9 +28,10 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from chatmill import devserver
+from chatmill import chat, devserver, knowledge_cli
 from chatmill.embedded import EmbeddedServiceError, embedded_database, embedded_services
 from chatmill.migrations import MigrationError, apply_migrations
+from chatmill.runner import cli as runner_cli
 from chatmill.settings import Settings, SettingsError
 
 _log = logging.getLogger("chatmill")
@@ -82,7 +88,14 @@ def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
             print(f"applied {len(applied)} migration(s), newest {applied[-1].filename}")
         resolved = _resolved(settings, urls.database_url, urls.redis_url)
         specs = list(devserver.app_specs(resolved).values())
-        return asyncio.run(devserver.serve(resolved, specs, on_started=lambda: _print_banner(resolved)))
+        return asyncio.run(
+            devserver.serve(
+                resolved,
+                specs,
+                on_started=lambda: _print_banner(resolved),
+                background=devserver.background_tasks(resolved),
+            )
+        )
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -107,6 +120,7 @@ def _print_banner(settings: Settings) -> None:
         f"  management API                http://{host}:{settings.api_port}   health: /health/ready",
         f"  PostgreSQL                    {_redact(settings.database_url)}",
         f"  Redis                         {settings.redis_url}",
+        *_flow_lines(settings),
         "  not yet available: "
         + "; ".join(f"{part} ({owner})" for part, owner in devserver.NOT_YET_AVAILABLE.items()),
         "",
@@ -117,6 +131,19 @@ def _print_banner(settings: Settings) -> None:
         "",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _flow_lines(settings: Settings) -> list[str]:
+    lines = []
+    if devserver.sandbox_enabled(settings):
+        lines.append(
+            f"  WhatsApp sandbox (Graph API)  http://{settings.host}:{settings.sandbox_port}   sent: /sandbox/messages"
+        )
+    if not settings.windmill_url:
+        lines.append(
+            f"  local flow runner             {settings.runner_workers} workers   history: chatmill runs"
+        )
+    return lines
 
 
 def _redact(url: str | None) -> str:
@@ -144,7 +171,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default INGRESS_PORT / API_PORT)")
     commands.add_parser("migrate", help="apply pending database migrations")
     commands.add_parser("seed-demo", help="create the demo organization, chatbot, channel and knowledge")
+    knowledge_cli.register(commands)
+    runner_cli.register(commands)
+    chat.register(commands)
+    metadata = commands.add_parser(
+        "windmill-metadata", help="regenerate the Windmill scripts' .script.yaml and locks (offline)"
+    )
+    metadata.add_argument("--check", action="store_true", help="write nothing; fail if a file is stale")
     return parser
+
+
+def _cmd_windmill_metadata(settings: Settings, args: argparse.Namespace) -> int:
+    from chatmill import windmill_meta
+
+    if args.check:
+        stale = windmill_meta.stale()
+        for path in stale:
+            print(f"stale: {path}")
+        return 1 if stale else 0
+    for path in windmill_meta.write():
+        print(f"wrote {path}")
+    return 0
 
 
 _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
@@ -152,6 +199,12 @@ _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "serve": _cmd_serve,
     "migrate": _cmd_migrate,
     "seed-demo": _cmd_seed_demo,
+    "ingest": knowledge_cli.run,
+    "eval": knowledge_cli.run,
+    "reembed": knowledge_cli.run,
+    "runs": runner_cli.run,
+    "chat": chat.run,
+    "windmill-metadata": _cmd_windmill_metadata,
 }
 
 

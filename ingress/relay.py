@@ -33,7 +33,7 @@ JOB_NAMESPACE = uuid.UUID("1b0e3c2a-7f5d-4b8e-9c61-0d2f4a6b8c10")
 MAX_BACKOFF_SECONDS = 300.0
 
 _CLAIM = """
-SELECT id, attempts FROM inbound_outbox
+SELECT id, attempts, generation FROM inbound_outbox
 WHERE dispatched_at IS NULL AND available_at <= now()
 ORDER BY available_at, created_at
 LIMIT %(limit)s
@@ -54,9 +54,13 @@ FROM inbound_outbox WHERE dispatched_at IS NULL
 """
 
 
-def job_id_for(outbox_id: uuid.UUID) -> uuid.UUID:
-    """The flow job id for an outbox row: the same on every attempt, by every relay."""
-    return uuid.uuid5(JOB_NAMESPACE, str(outbox_id))
+def job_id_for(outbox_id: uuid.UUID, generation: int = 0) -> uuid.UUID:
+    """The flow job id for an outbox row: the same on every attempt, by every relay.
+
+    ``generation`` counts deliberate re-dispatches (the lease holder found the message unanswered
+    when it let go): each gets a new job id, since Windmill would refuse a job id it already ran.
+    """
+    return uuid.uuid5(JOB_NAMESPACE, str(outbox_id) if generation == 0 else f"{outbox_id}:{generation}")
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -121,7 +125,8 @@ class OutboxRelay:
             outcomes = await self._dispatch(rows)
             for row, error in zip(rows, outcomes, strict=True):
                 if error is None:
-                    await conn.execute(_MARK_DISPATCHED, {"id": row["id"], "job_id": job_id_for(row["id"])})
+                    job_id = job_id_for(row["id"], row["generation"])
+                    await conn.execute(_MARK_DISPATCHED, {"id": row["id"], "job_id": job_id})
                 else:
                     delay = backoff_seconds(row["attempts"] + 1)
                     await conn.execute(_MARK_FAILED, {"id": row["id"], "error": error[:500], "delay": delay})
@@ -129,7 +134,7 @@ class OutboxRelay:
         return len(rows)
 
     async def _dispatch(self, rows: list[dict[str, Any]]) -> list[str | None]:
-        jobs = [(job_id_for(row["id"]), {"outbox_id": str(row["id"])}) for row in rows]
+        jobs = [(job_id_for(row["id"], row["generation"]), {"outbox_id": str(row["id"])}) for row in rows]
         errors = await self._backend.start_flows(HANDLE_MESSAGE, jobs)
         outcomes: list[str | None] = []
         for row, error in zip(rows, errors, strict=True):
