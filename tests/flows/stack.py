@@ -118,5 +118,8 @@ def runner_thread(settings: Settings) -> Iterator[None]:
 def running_stack(settings: Settings, *, runner: bool = True) -> Iterator[Stack]:
     with serve(create_sandbox(settings)) as sandbox_url:
         wired = settings.model_copy(update={"whatsapp_graph_url": sandbox_url})
-        with serve(create_ingress(wired)) as ingress_url, runner_thread(wired) if runner else contextlib.nullcontext():
+        with (
+            serve(create_ingress(wired)) as ingress_url,
+            runner_thread(wired) if runner else contextlib.nullcontext(),
+        ):
             yield Stack(settings=wired, ingress_url=ingress_url, sandbox_url=sandbox_url)

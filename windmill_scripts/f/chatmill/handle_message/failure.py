@@ -2,7 +2,8 @@
 
 Runs when a step failed for good. Records the error on the outbox row (``failed_at``, ``failure``),
 sends the chatbot's ``fallback_message`` as a one-part reply only when no part of this turn's reply
-reached the customer (at most once: the apology is stored as its own turn before it is sent), marks
+reached the customer and the 24-hour window is not known to be closed (131047) (at most once: the
+apology is stored as its own turn before it is sent), marks
 the turn's messages answered with outcome ``failed``, releases the lease and re-dispatches any
 message that arrived meanwhile. Never raises for the apology itself: a customer who cannot be
 reached (window closed, blocked) is recorded, not retried.
@@ -50,9 +51,11 @@ def main(
             (f"{step or 'flow'}: {message}", start.outbox_id, start.organization_id),
         )
         holds_lease = cv.acquire_lease(conn, start, turn_id)
-        reached = any(part["wamid"] for part in cv.parts(conn, start.organization_id, turn_id))
+        parts = cv.parts(conn, start.organization_id, turn_id)
+        reached = any(part["wamid"] for part in parts)
+        window_closed = any(part["error_code"] == WINDOW_CLOSED_CODE for part in parts)
         apology_sent = False
-        if holds_lease and not reached:
+        if holds_lease and not reached and not window_closed:  # outside the window nothing can be sent
             apology_sent = _apologise(conn, start, turn_id, graph_url, whatsapp_api_version, encryption_keys)
         cv.finish_message(conn, start, turn_id, "failed")
         redispatched = cv.release(conn, start, turn_id) if holds_lease else False
@@ -87,8 +90,7 @@ def _apologise(
             )
     except WhatsAppError as exc:
         cv.fail_part(conn, start.organization_id, part["id"], exc.code, exc.title or exc.message)
-        if exc.code != WINDOW_CLOSED_CODE:
-            _log.warning("apology not sent for turn %s: %s", turn_id, exc)
+        _log.warning("apology not sent for turn %s: %s", turn_id, exc)
         return False
     except ValueError as exc:  # undecryptable token
         cv.fail_part(conn, start.organization_id, part["id"], None, str(exc))

@@ -178,6 +178,12 @@ WHERE conversation_id = %(conversation_id)s AND organization_id = %(organization
   AND direction = 'inbound' AND (answered_at IS NULL OR turn_id = %(turn_id)s)
 ORDER BY created_at, id
 """
+_OWN_TURN = """
+SELECT id, wamid, type, text, created_at FROM messages
+WHERE conversation_id = %(conversation_id)s AND organization_id = %(organization_id)s
+  AND direction = 'inbound' AND turn_id = %(turn_id)s
+ORDER BY created_at, id
+"""
 _CLAIM_TURN = """
 UPDATE messages SET turn_id = %(turn_id)s
 WHERE id = ANY(%(ids)s) AND organization_id = %(organization_id)s AND answered_at IS NULL
@@ -188,13 +194,16 @@ def gather_turn(conn: Conn, start: Start, turn_id: uuid.UUID) -> list[dict[str, 
     """Every unanswered inbound message, oldest first, claimed for this turn (idempotent).
 
     Only the lease holder calls this, so messages a crashed earlier turn had claimed but not
-    answered are adopted too.
+    answered are adopted too. Once this turn's reply exists (a resumed run), the turn is closed: it
+    keeps the messages that reply answers, and later ones wait for their own turn.
     """
     values = {
         "conversation_id": start.conversation_id,
         "organization_id": start.organization_id,
         "turn_id": turn_id,
     }
+    if parts(conn, start.organization_id, turn_id):
+        return conn.execute(_OWN_TURN, values).fetchall()
     rows = conn.execute(_TURN, values).fetchall()
     if rows:
         conn.execute(
