@@ -70,16 +70,10 @@ def test_a_long_answer_arrives_as_ordered_parts_within_the_limit(
     paragraphs = [f"Paragraph {n}: " + "fresh sourdough every morning. " * 30 for n in range(7)]
     answer = "\n\n".join(paragraphs)
     assert len(answer) > 6000
-    with with_llm(settings, db, channel["chatbot_id"], [Reply(body=openai_text(answer))]) as (wired, _):
-        with running_stack(wired) as stack:
-            wamid = stack.send("Tell me everything about your bread")
-            _wait(
-                lambda: (
-                    db.execute("SELECT count(*) AS n FROM messages WHERE status = 'sent'").fetchone()["n"]
-                    >= 2
-                )
-            )  # type: ignore[index]
-            replies = stack.replies()
+    script = [Reply(body=openai_text(answer))]
+    with with_llm(settings, db, channel["chatbot_id"], script) as (wired, _), running_stack(wired) as stack:
+        wamid = stack.send("Tell me everything about your bread")
+        replies = stack.wait_replies(2)
     assert len(replies) == 2
     assert all(len(r["body"]) <= 4096 for r in replies)
     assert replies[0]["reply_to"] == wamid
