@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -41,23 +42,48 @@ def app_specs(settings: Settings) -> dict[str, AppSpec]:
     from ingress.app import create_app as create_ingress
     from management_api.app import create_app as create_api
 
-    return {
+    specs = {
         "ingress": AppSpec("ingress", create_ingress, settings.ingress_port),
         "api": AppSpec("api", create_api, settings.api_port),
     }
+    if sandbox_enabled(settings):
+        from chatmill.sandbox import create_app as create_sandbox
+
+        specs["sandbox"] = AppSpec("sandbox", create_sandbox, settings.sandbox_port)
+    return specs
+
+
+def sandbox_enabled(settings: Settings) -> bool:
+    """The WhatsApp sandbox runs when development settings point the Graph API at it."""
+    return settings.is_development and settings.whatsapp_graph_url is None
+
+
+Background = Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def background_tasks(settings: Settings) -> dict[str, Background]:
+    """Long-running parts beside the apps: the local flow runner unless Windmill is configured."""
+    if settings.windmill_url:
+        return {}
+    from chatmill.runner.service import run_runner
+
+    return {"runner": run_runner}
 
 
 NOT_YET_AVAILABLE = {
     "MCP tool servers": "pricing, lead capture, handoff (no issue yet)",
-    "local flow runner": "issue #4",
-    "WhatsApp sandbox": "issue #4",
 }
 
 
 async def serve(
-    settings: Settings, specs: list[AppSpec], *, on_started: Callable[[], None] | None = None
+    settings: Settings,
+    specs: list[AppSpec],
+    *,
+    on_started: Callable[[], None] | None = None,
+    background: dict[str, Background] | None = None,
 ) -> int:
-    """Serve ``specs`` until SIGINT/SIGTERM; return the exit status (0 on a requested shutdown)."""
+    """Serve ``specs`` (and run ``background`` parts) until SIGINT/SIGTERM; return the exit status
+    (0 on a requested shutdown). A background part gets an event that is set when it should stop."""
     servers = [
         _Server(
             uvicorn.Config(
@@ -73,8 +99,10 @@ async def serve(
         for spec in specs
     ]
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
 
     def request_exit() -> None:
+        stop.set()
         for server in servers:
             server.should_exit = True
 
@@ -84,6 +112,7 @@ async def serve(
         asyncio.create_task(server.serve(), name=spec.name)
         for server, spec in zip(servers, specs, strict=True)
     ]
+    tasks += [asyncio.create_task(run(settings, stop), name=name) for name, run in (background or {}).items()]
     try:
         await _wait_started(servers, tasks)
         if all(server.started for server in servers) and on_started is not None:

@@ -30,6 +30,7 @@ def _dev_environment(data_dir: Path) -> dict[str, str]:
         "CHATMILL_DATA_DIR": str(data_dir),
         "INGRESS_PORT": str(_free_port()),
         "API_PORT": str(_free_port()),
+        "SANDBOX_PORT": str(_free_port()),
         "PYTHONUNBUFFERED": "1",
     }
     return env
@@ -68,7 +69,7 @@ def test_dev_comes_up_ready_and_exits_cleanly_on_signal(services_dir: Path, sig:
         text=True,
     )
     try:
-        _wait_ready(process, [env["INGRESS_PORT"], env["API_PORT"]])
+        _wait_ready(process, [env["INGRESS_PORT"], env["API_PORT"], env["SANDBOX_PORT"]])
         postmaster_pid = int((data_dir / "postgres" / "postmaster.pid").read_text().split()[0])
         started = [*_descendants(process.pid), psutil.Process(postmaster_pid)]
         assert any("redis-server" in p.name() for p in started)
@@ -81,6 +82,7 @@ def test_dev_comes_up_ready_and_exits_cleanly_on_signal(services_dir: Path, sig:
     assert process.returncode == 0, output
     assert f"http://127.0.0.1:{env['INGRESS_PORT']}" in output
     assert "First step" in output
+    assert "local flow runner" in output
     _, alive = psutil.wait_procs(started, timeout=10)
     assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
     assert not (data_dir / "postgres" / "postmaster.pid").exists()
