@@ -83,7 +83,10 @@ def _body(n: int) -> bytes:
                         "field": "messages",
                         "value": {
                             "messaging_product": "whatsapp",
-                            "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID},
+                            "metadata": {
+                                "display_phone_number": "15550783881",
+                                "phone_number_id": PHONE_NUMBER_ID,
+                            },
                             "contacts": [{"profile": {"name": f"Customer {n % 1000}"}, "wa_id": wa_id}],
                             "messages": [
                                 {
@@ -150,9 +153,14 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="chatmill-bench-") as tmp, embedded_services(
-        Path(tmp), database_url=os.environ.get("BENCH_DATABASE_URL"), redis_url=os.environ.get("BENCH_REDIS_URL")
-    ) as urls:
+    with (
+        tempfile.TemporaryDirectory(prefix="chatmill-bench-") as tmp,
+        embedded_services(
+            Path(tmp),
+            database_url=os.environ.get("BENCH_DATABASE_URL"),
+            redis_url=os.environ.get("BENCH_REDIS_URL"),
+        ) as urls,
+    ):
         database_url = _prepare_database(urls.database_url)
         port = 18000 + secrets.randbelow(1000)
         env = {
@@ -193,7 +201,8 @@ def main() -> int:
         with psycopg.connect(database_url) as conn:
             stored = conn.execute("SELECT count(*) FROM messages").fetchone()
             outbox = conn.execute("SELECT count(*) FROM inbound_outbox").fetchone()
-        assert stored is not None and outbox is not None
+        assert stored is not None
+        assert outbox is not None
         answered_ok = int(webhooks["requests"] - webhooks["non_2xx"] - webhooks["errors"])
 
     print(f"{'':24}{'requests/s':>12}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}{'non-2xx':>9}")
@@ -202,7 +211,9 @@ def main() -> int:
             f"{name:24}{result['per_second']:12.0f}{result['p50_ms']:9.2f}{result['p90_ms']:9.2f}"
             f"{result['p99_ms']:9.2f}{result['max_ms']:9.1f}{int(result['non_2xx']):9d}"
         )
-    print(f"webhooks answered 200: {answered_ok}; message rows committed: {stored[0]}; outbox rows: {outbox[0]}")
+    print(
+        f"webhooks answered 200: {answered_ok}; message rows committed: {stored[0]}; outbox rows: {outbox[0]}"
+    )
     ratio = webhooks["per_second"] / baseline["per_second"]
     print(f"webhook throughput is {ratio:.0%} of this server's bare-endpoint ceiling")
     target_met = webhooks["per_second"] >= 2000 and webhooks["p99_ms"] <= 50

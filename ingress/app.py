@@ -44,7 +44,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
-        async with open_resources(settings, name="ingress", transport=transport, autocommit=True) as resources:
+        async with open_resources(
+            settings, name="ingress", transport=transport, autocommit=True
+        ) as resources:
             backend: FlowBackend = flow_backend(settings, pool=resources.pool, http=resources.http)
             relay = OutboxRelay(resources.pool, backend, metrics, relay_config)
             deps = webhook.WebhookDeps(

@@ -92,7 +92,11 @@ class RouteCache:
         self._routes: dict[str, tuple[float, Route]] = {}
 
     async def resolve(
-        self, conn: AsyncConnection[Any], phone_number_ids: Iterable[str], *, channel_id: uuid.UUID | None = None
+        self,
+        conn: AsyncConnection[Any],
+        phone_number_ids: Iterable[str],
+        *,
+        channel_id: uuid.UUID | None = None,
     ) -> dict[str, Route]:
         now = time.monotonic()
         wanted = set(phone_number_ids)
@@ -171,7 +175,9 @@ def _lock_order(message: InboundMessage) -> tuple[str, str]:
     return (message.phone_number_id, _sender(message))
 
 
-def _message_values(message: InboundMessage, route: Route, now: dt.datetime, admitted: bool) -> dict[str, Any]:
+def _message_values(
+    message: InboundMessage, route: Route, now: dt.datetime, admitted: bool
+) -> dict[str, Any]:
     return {
         "organization_id": str(route.organization_id),
         "chatbot_id": str(route.chatbot_id),

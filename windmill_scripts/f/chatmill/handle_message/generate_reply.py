@@ -61,7 +61,7 @@ def main(
         embedding_provider=embedding_provider or "offline",
         openai_embedding_model=openai_embedding_model,
         gemini_embedding_model=gemini_embedding_model,
-        llm_timeout_seconds=llm_timeout_seconds,
+        llm_timeout_seconds=float(llm_timeout_seconds),  # Windmill variables arrive as strings
     )
     with cv.connect(db) as conn:
         start = cv.load_start(conn, context["outbox_id"])
