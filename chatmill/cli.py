@@ -18,7 +18,6 @@ other Chatmill process runs them).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import logging
 import signal
@@ -88,7 +87,7 @@ def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
             print(f"applied {len(applied)} migration(s), newest {applied[-1].filename}")
         resolved = _resolved(settings, urls.database_url, urls.redis_url)
         specs = list(devserver.app_specs(resolved).values())
-        return asyncio.run(
+        return devserver.run_loop(
             devserver.serve(
                 resolved,
                 specs,
@@ -108,7 +107,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         spec = devserver.app_specs(resolved)[args.app]
         if args.port is not None:
             spec = dataclasses.replace(spec, port=args.port)
-        return asyncio.run(devserver.serve(resolved, [spec]))
+        return devserver.run_loop(devserver.serve(resolved, [spec]))
 
 
 def _print_banner(settings: Settings) -> None:

@@ -23,6 +23,20 @@ from chatmill.settings import Settings
 _log = logging.getLogger(__name__)
 
 
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop when it is installed (uvicorn[standard]), else asyncio's own loop.
+
+    uvicorn picks uvloop itself only when it creates the loop; here we create it, for several
+    servers and background tasks in one loop.
+    """
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to us (several servers share one loop)."""
 
