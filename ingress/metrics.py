@@ -9,7 +9,9 @@
 - ``chatmill_webhook_errors_total{code}``: change-level errors Meta reported.
 - ``chatmill_webhook_ack_seconds``: time from request to response (all outcomes).
 - ``chatmill_outbox_backlog`` / ``chatmill_outbox_oldest_age_seconds``: undispatched outbox rows.
-- ``chatmill_outbox_dispatched_total``, ``chatmill_outbox_dispatch_errors_total{kind}``.
+- ``chatmill_outbox_dispatched_total``, ``chatmill_outbox_dispatch_errors_total{kind}``,
+  ``chatmill_outbox_redispatched_stuck_total`` (messages whose run was lost, dispatched again).
+- ``chatmill_handle_message_failures``: messages whose flow failed (failure module) in the last 24 h.
 - ``chatmill_windmill_queue_depth``: Windmill's queue length (when Windmill is configured).
 """
 
@@ -31,6 +33,8 @@ class IngressMetrics:
     outbox_oldest_age: Gauge
     dispatched: Counter
     dispatch_errors: Counter
+    redispatched_stuck: Counter
+    failed_runs: Gauge
     windmill_queue_depth: Gauge
 
     @classmethod
@@ -73,6 +77,16 @@ class IngressMetrics:
                 "chatmill_outbox_dispatch_errors_total",
                 "Failed dispatch attempts",
                 ["kind"],
+                registry=registry,
+            ),
+            redispatched_stuck=Counter(
+                "chatmill_outbox_redispatched_stuck_total",
+                "Messages dispatched again because their run was lost",
+                registry=registry,
+            ),
+            failed_runs=Gauge(
+                "chatmill_handle_message_failures",
+                "Messages whose handle_message run failed (the failure module ran), in the last 24 h",
                 registry=registry,
             ),
             windmill_queue_depth=Gauge(

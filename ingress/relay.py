@@ -11,6 +11,11 @@ committing:
 
 A relay stopped mid-round rolls its transaction back: the rows stay undispatched and the next round
 (this or another relay) starts them again with the same job id, which cannot start a second run.
+
+Every few seconds the relay also sweeps for messages whose run was lost — dispatched more than
+``stuck_after_seconds`` ago, still unanswered, with no live lease on the conversation — and
+dispatches them again under a new generation (every step of handle_message is idempotent, so a run
+that was merely slow cannot cause a second reply).
 """
 
 from __future__ import annotations
@@ -48,8 +53,21 @@ UPDATE inbound_outbox SET attempts = attempts + 1, last_error = %(error)s,
     available_at = now() + make_interval(secs => %(delay)s)
 WHERE id = %(id)s
 """
+# A dispatched message nobody is answering: its run was lost (a Windmill job dropped, a worker gone
+# for good) — unanswered, not completed or failed, and no live lease on its conversation.
+_SWEEP_STUCK = """
+UPDATE inbound_outbox o SET generation = o.generation + 1, dispatched_at = NULL, available_at = now(), job_id = NULL
+FROM messages m, conversations c
+WHERE m.id = o.message_id AND m.organization_id = o.organization_id
+  AND c.id = o.conversation_id AND c.organization_id = o.organization_id
+  AND o.dispatched_at < now() - make_interval(secs => %(after)s)
+  AND o.completed_at IS NULL AND o.failed_at IS NULL AND m.answered_at IS NULL
+  AND (c.lease_expires_at IS NULL OR c.lease_expires_at < now())
+RETURNING o.id
+"""
 _BACKLOG = """
-SELECT count(*) AS backlog, COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float AS oldest
+SELECT count(*) AS backlog, COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float AS oldest,
+       (SELECT count(*) FROM inbound_outbox WHERE failed_at > now() - interval '24 hours') AS failed
 FROM inbound_outbox WHERE dispatched_at IS NULL
 """
 
@@ -74,6 +92,7 @@ class RelayConfig:
     batch_size: int = 50
     poll_seconds: float = 0.25
     metrics_seconds: float = 5.0
+    stuck_after_seconds: float = 300.0
 
 
 class OutboxRelay:
@@ -103,6 +122,7 @@ class OutboxRelay:
                 claimed = await self.dispatch_round()
                 if loop.time() >= next_metrics:
                     next_metrics = loop.time() + self._config.metrics_seconds
+                    await self.sweep_stuck()
                     await self.refresh_metrics()
             except Exception as exc:  # the database is down: keep trying, quietly
                 _log.warning("outbox relay round failed: %s", type(exc).__name__)
@@ -146,6 +166,16 @@ class OutboxRelay:
             outcomes.append(None if error is None else str(error))
         return outcomes
 
+    async def sweep_stuck(self) -> int:
+        """Dispatch again (new generation, new job id) the messages whose run was lost."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(_SWEEP_STUCK, {"after": self._config.stuck_after_seconds})
+            swept = len(await cursor.fetchall())
+        if swept:
+            self._metrics.redispatched_stuck.inc(swept)
+            _log.warning("re-dispatching %d message(s) whose run was lost", swept)
+        return swept
+
     async def refresh_metrics(self) -> None:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(_BACKLOG)
@@ -153,6 +183,7 @@ class OutboxRelay:
         if row is not None:
             self._metrics.outbox_backlog.set(row["backlog"])
             self._metrics.outbox_oldest_age.set(row["oldest"])
+            self._metrics.failed_runs.set(row["failed"])
         if isinstance(self._backend, WindmillBackend):
             with contextlib.suppress(FlowUnavailable):
                 self._metrics.windmill_queue_depth.set(await self._backend.queue_depth())

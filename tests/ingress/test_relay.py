@@ -248,3 +248,32 @@ def test_webhook_to_local_runner_queue_end_to_end(
         "args": {"outbox_id": str(outbox["id"])},
         "status": "queued",
     }
+
+
+def test_a_message_whose_run_was_lost_is_dispatched_again(
+    settings: Settings, db: factories.Conn, channel: dict[str, Any]
+) -> None:
+    [lost, answered] = _outbox(db, channel, 2)
+    db.execute(
+        "UPDATE inbound_outbox SET dispatched_at = now() - interval '10 minutes', job_id = gen_random_uuid()"
+    )
+    db.execute(
+        "UPDATE messages SET answered_at = now() FROM inbound_outbox o WHERE o.message_id = messages.id AND o.id = %s",
+        (answered,),
+    )
+
+    async def sweep() -> int:
+        pool = create_pool(settings, name="sweep-test")
+        await pool.open()
+        relay = OutboxRelay(pool, LocalBackend(pool), IngressMetrics.create(CollectorRegistry()))
+        swept = await relay.sweep_stuck()
+        await relay.dispatch_round()
+        await pool.close()
+        return swept
+
+    assert asyncio.run(sweep()) == 1
+    row = db.execute("SELECT generation, job_id FROM inbound_outbox WHERE id = %s", (lost,)).fetchone()
+    assert row == {"generation": 1, "job_id": job_id_for(lost, 1)}
+    assert job_id_for(lost, 1) != job_id_for(lost)
+    [run] = db.execute("SELECT id, args FROM runner_runs").fetchall()
+    assert run == {"id": job_id_for(lost, 1), "args": {"outbox_id": str(lost)}}
