@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import psycopg
+import psycopg.types.json
 from f.chatmill.lib.secretbox import SecretBox, hint
 
 from chatmill.passwords import hash_password
@@ -120,3 +121,47 @@ def create_message(conn: Conn, conversation: Row, **fields: Any) -> Row:
         "wamid": f"wamid.test.{uuid.uuid4().hex}" if inbound else None,
     }
     return _insert(conn, "messages", values | fields)
+
+
+def create_knowledge_source(conn: Conn, chatbot: Row, **fields: Any) -> Row:
+    """A knowledge source; by default an uploaded Markdown file (pass kind/url for a URL or crawl)."""
+    n = next(_sequence)
+    values: dict[str, Any] = {
+        "organization_id": chatbot["organization_id"],
+        "chatbot_id": chatbot["id"],
+        "kind": "file",
+        "name": f"Source {n}",
+    }
+    values |= fields
+    if isinstance(values.get("options"), dict):
+        values["options"] = psycopg.types.json.Jsonb(values["options"])
+    if values["kind"] == "file":
+        values.setdefault("file_name", f"notes-{n}.md")
+        values.setdefault("file_content", b"# Notes\n\nNothing yet.\n")
+    return _insert(conn, "knowledge_sources", values)
+
+
+def create_lead(conn: Conn, chatbot: Row, **fields: Any) -> Row:
+    """A captured lead of ``chatbot`` (management API tests)."""
+    n = next(_sequence)
+    values: dict[str, Any] = {
+        "organization_id": chatbot["organization_id"],
+        "chatbot_id": chatbot["id"],
+        "name": f"Lead {n}",
+        "email": f"lead{n}@example.com",
+        "phone": f"+1555{n:07d}",
+        "interest": "wedding cake",
+    }
+    return _insert(conn, "leads", values | fields)
+
+
+def enable_integration(conn: Conn, organization: Row, integration_id: str, **fields: Any) -> Row:
+    """An organization_integrations row (enabled, empty config unless given)."""
+    values: dict[str, Any] = {
+        "organization_id": organization["id"],
+        "integration_id": integration_id,
+        **fields,
+    }
+    if isinstance(values.get("config"), dict):
+        values["config"] = psycopg.types.json.Jsonb(values["config"])
+    return _insert(conn, "organization_integrations", values)
