@@ -107,6 +107,8 @@ async def serve(
                 log_level=settings.log_level.lower(),
                 lifespan="on",
                 access_log=False,
+                proxy_headers=True,
+                forwarded_allow_ips=settings.forwarded_allow_ips,
                 timeout_graceful_shutdown=10,
             )
         )

@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     mcp_port: int = Field(default=8002, ge=0, le=65535)
     sandbox_port: int = Field(default=8003, ge=0, le=65535)
     public_base_url: str | None = None
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="proxies whose X-Forwarded-For is trusted (client IPs for rate limits); '*' behind Caddy",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @field_validator("encryption_keys", mode="before")
