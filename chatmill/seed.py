@@ -4,18 +4,22 @@ Creates (or refreshes; running it again changes nothing else) the organization "
 an owner login, a chatbot, a WhatsApp channel on Meta's sample phone_number_id ``106540352242922``
 (the id in the webhook fixtures, so they route to it) using the platform app secret and verify token
 (``WHATSAPP_APP_SECRET`` / ``WHATSAPP_VERIFY_TOKEN``), a price list with the pricing integration
-enabled, and a knowledge source holding the bakery's FAQ (ingestion turns it into searchable chunks).
+enabled, and a knowledge source holding the bakery's FAQ, ingested at once (chunked and embedded
+with the configured embedder, offline by default) so the assistant can answer from it right away.
 Ids are fixed (uuid5), so scripts and docs can refer to them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 from dataclasses import dataclass
 from importlib import resources
 
 import psycopg
+from f.chatmill.lib.ingestion import ingest_source
+from f.chatmill.lib.providers import ProviderConfig
 from f.chatmill.lib.secretbox import SecretBox, hint
 
 from chatmill.passwords import hash_password
@@ -41,6 +45,7 @@ class Demo:
     chatbot_id: uuid.UUID
     channel_id: uuid.UUID
     source_id: uuid.UUID
+    chunks: int = 0
 
     def describe(self, settings: Settings) -> str:
         return "\n".join(
@@ -50,7 +55,7 @@ class Demo:
                 f"  owner login    {DEMO_EMAIL} / {DEMO_PASSWORD}",
                 f"  chatbot        {self.chatbot_id}",
                 f"  channel        {self.channel_id}  phone_number_id {DEMO_PHONE_NUMBER_ID}",
-                f"  knowledge      {self.source_id}  ({FAQ_FILE}, waiting for ingestion)",
+                f"  knowledge      {self.source_id}  ({FAQ_FILE}, {self.chunks} chunks)",
                 f"  webhook URL    {settings.webhook_url()}",
             ]
         )
@@ -162,4 +167,8 @@ def seed_demo(database_url: str, settings: Settings) -> Demo:
                 "sha256": hashlib.sha256(faq).digest(),
             },
         )
-    return demo
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        result = ingest_source(conn, demo.source_id, ProviderConfig.from_settings(settings))
+    if result.status == "failed":
+        raise RuntimeError(f"the demo FAQ could not be ingested: {result.error}")
+    return dataclasses.replace(demo, chunks=result.chunks)
