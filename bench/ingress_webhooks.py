@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
@@ -147,6 +148,23 @@ def _wrk(url: str, seconds: int, connections: int, script: Path, bodies: Path | 
     return result
 
 
+def _cpu_seconds(ingress_pid: int, data_dir: str) -> dict[str, float]:
+    """CPU time used so far by the ingress process and by this run's PostgreSQL server."""
+
+    def used(process: psutil.Process) -> float:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(times.user + times.system + times.children_user + times.children_system)
+
+    postgres = 0.0
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "postgres" and data_dir in " ".join(process.info["cmdline"] or []):
+            postgres += used(process) + sum(used(child) for child in process.children(recursive=True))
+    return {"ingress": used(psutil.Process(ingress_pid)), "postgres": postgres}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=15)
@@ -194,7 +212,12 @@ def main() -> int:
                     body = _body(n)
                     handle.write(f"{sign(DEV_WHATSAPP_APP_SECRET, body)}\t{body.decode()}\n")
             baseline = _wrk(base, args.seconds, args.connections, script, None)
+            before = _cpu_seconds(server.pid, tmp)
             webhooks = _wrk(base, args.seconds, args.connections, script, bodies)
+            after = _cpu_seconds(server.pid, tmp)
+            cpu_ms = {
+                part: 1000 * (after[part] - before[part]) / max(1, webhooks["requests"]) for part in after
+            }
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -214,11 +237,18 @@ def main() -> int:
     print(
         f"webhooks answered 200: {answered_ok}; message rows committed: {stored[0]}; outbox rows: {outbox[0]}"
     )
+    print(
+        f"CPU per webhook: ingress process {cpu_ms['ingress']:.2f} ms, PostgreSQL {cpu_ms['postgres']:.2f} ms "
+        f"(this machine has {psutil.cpu_count()} cores)"
+    )
     ratio = webhooks["per_second"] / baseline["per_second"]
     print(f"webhook throughput is {ratio:.0%} of this server's bare-endpoint ceiling")
     target_met = webhooks["per_second"] >= 2000 and webhooks["p99_ms"] <= 50
     print(f"target (>= 2000/s, p99 <= 50 ms): {'met' if target_met else 'NOT met'}")
-    print("JSON " + json.dumps({"baseline": baseline, "webhooks": webhooks, "stored": stored[0]}))
+    print(
+        "JSON "
+        + json.dumps({"baseline": baseline, "webhooks": webhooks, "stored": stored[0], "cpu_ms": cpu_ms})
+    )
     # wrk may count a request it sent as the run ended without its answer; the server may have stored it.
     if stored[0] < answered_ok:
         print("ERROR: a webhook was acknowledged without being stored", file=sys.stderr)

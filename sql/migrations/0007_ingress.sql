@@ -29,7 +29,7 @@ BEGIN
             FOR UPDATE;
         END IF;
         IF v_id IS NOT NULL THEN
-            IF p_wa_id IS NOT NULL THEN
+            IF p_wa_id IS NOT NULL AND p_user_id IS NOT NULL THEN  -- without a user_id, v_id owns the wa_id
                 UPDATE contacts SET wa_id = NULL
                 WHERE channel_id = p_channel_id AND wa_id = p_wa_id AND id <> v_id AND user_id IS NOT NULL;
             END IF;
@@ -42,7 +42,14 @@ BEGIN
                 profile_name = COALESCE(p_profile_name, c.profile_name),
                 username = COALESCE(p_username, c.username),
                 last_seen_at = GREATEST(c.last_seen_at, p_seen_at)
-            WHERE c.id = v_id;
+            WHERE c.id = v_id
+              -- skip the write (a new row version and its index entries) when nothing changed;
+              -- last_seen_at is kept to the minute
+              AND (c.user_id IS DISTINCT FROM COALESCE(c.user_id, p_user_id)
+                   OR (p_wa_id IS NOT NULL AND c.wa_id IS DISTINCT FROM p_wa_id)
+                   OR (p_profile_name IS NOT NULL AND c.profile_name IS DISTINCT FROM p_profile_name)
+                   OR (p_username IS NOT NULL AND c.username IS DISTINCT FROM p_username)
+                   OR c.last_seen_at IS NULL OR c.last_seen_at < p_seen_at - interval '1 minute');
             RETURN v_id;
         END IF;
         BEGIN
