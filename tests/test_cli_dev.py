@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,9 @@ import httpx
 import psutil
 import pytest
 
+from tests.servers import free_port
+
 STARTUP_DEADLINE = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _dev_environment(data_dir: Path) -> dict[str, str]:
@@ -28,9 +23,9 @@ def _dev_environment(data_dir: Path) -> dict[str, str]:
     env |= {
         "CHATMILL_ENV": "development",
         "CHATMILL_DATA_DIR": str(data_dir),
-        "INGRESS_PORT": str(_free_port()),
-        "API_PORT": str(_free_port()),
-        "SANDBOX_PORT": str(_free_port()),
+        "INGRESS_PORT": str(free_port()),
+        "API_PORT": str(free_port()),
+        "SANDBOX_PORT": str(free_port()),
         "PYTHONUNBUFFERED": "1",
     }
     return env

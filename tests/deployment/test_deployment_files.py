@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -32,6 +31,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.servers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deployment"
@@ -354,12 +355,6 @@ class _UpstreamServer(ThreadingHTTPServer):
         return  # a connection the proxy aborted (oversized body) is expected, not a failure
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _request(
     port: int, method: str, path: str, body: bytes | None = None
 ) -> tuple[int, dict[str, str], bytes]:
@@ -381,7 +376,7 @@ def caddy_in_front_of_stubs(tmp_path: Path) -> Iterator[tuple[int, dict[str, _Up
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in upstreams.values()]
     for thread in threads:
         thread.start()
-    port = _free_port()
+    port = free_port()
     env = _caddy_env(
         tmp_path,
         CHATMILL_DOMAIN=f"http://127.0.0.1:{port}",

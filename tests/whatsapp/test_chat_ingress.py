@@ -15,7 +15,7 @@ from chatmill.seed import seed_demo
 from chatmill.settings import Settings
 from ingress.app import create_app as create_ingress
 from tests import factories
-from tests.live_server import live_server
+from tests.servers import serve as live_server
 
 
 def _wait_row(db: factories.Conn, query: str, params: tuple[Any, ...]) -> dict[str, Any]:

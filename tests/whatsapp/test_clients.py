@@ -12,7 +12,7 @@ from f.chatmill.lib.whatsapp import AsyncWhatsAppClient, WhatsAppClient, WhatsAp
 
 from chatmill.sandbox import create_app
 from tests.conftest import make_settings
-from tests.live_server import live_server
+from tests.servers import serve as live_server
 
 PHONE_ID = "106540352242922"
 TOKEN = "sandbox-token"
