@@ -18,7 +18,9 @@ def test_seed_demo_creates_a_routable_tenant_and_is_idempotent(
 ) -> None:
     demo = seed_demo(settings.database_url or "", settings)
     assert demo.chunks > 0
-    source = db.execute("SELECT status, chunk_count FROM knowledge_sources WHERE id = %s", (demo.source_id,)).fetchone()
+    source = db.execute(
+        "SELECT status, chunk_count FROM knowledge_sources WHERE id = %s", (demo.source_id,)
+    ).fetchone()
     assert source == {"status": "ready", "chunk_count": demo.chunks}
     first = _counts(db)
     assert all(count >= 1 for count in first.values())

@@ -8,7 +8,9 @@ from tests import factories
 from tests.flows.stack import running_stack
 
 
-def test_the_seeded_demo_answers_from_its_knowledge_with_a_source(settings: Settings, db: factories.Conn) -> None:
+def test_the_seeded_demo_answers_from_its_knowledge_with_a_source(
+    settings: Settings, db: factories.Conn
+) -> None:
     seed_demo(settings.database_url or "", settings)
     db.execute("UPDATE chatbots SET debounce_ms = 0")
     with running_stack(settings) as stack:

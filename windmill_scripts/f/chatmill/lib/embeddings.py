@@ -91,7 +91,7 @@ _load_lock = threading.Lock()
 
 @functools.cache
 def _load_static_model(directory: str) -> StaticModel:
-    from tokenizers import Tokenizer  # type: ignore[import-untyped]
+    from tokenizers import Tokenizer
 
     path = Path(directory)
     vectors = np.load(path / "embeddings.npy").astype(np.float32)
