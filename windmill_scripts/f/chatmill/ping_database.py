@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-import psycopg
+from f.chatmill.lib.database import connect
 
 
 # Windmill infers the `resource-postgresql` input from this lowercase class name: keep it.
@@ -24,15 +24,6 @@ class postgresql(TypedDict, total=False):
 
 def main(db: postgresql) -> dict[str, object]:
     """Connect with the given resource and return the server version."""
-    with psycopg.connect(
-        host=db.get("host"),
-        port=db.get("port"),
-        user=db.get("user"),
-        dbname=db.get("dbname"),
-        sslmode=db.get("sslmode"),
-        password=db.get("password"),
-        connect_timeout=10,
-        application_name="chatmill-ping-database",
-    ) as conn:
+    with connect(db, application_name="chatmill-ping-database") as conn:
         server_version = conn.execute("SHOW server_version").fetchone()
-    return {"ok": True, "server_version": server_version[0] if server_version else None}
+    return {"ok": True, "server_version": server_version["server_version"] if server_version else None}

@@ -16,6 +16,7 @@ import uuid
 from typing import Any, TypedDict
 
 from f.chatmill.lib import conversation as cv
+from f.chatmill.lib.database import Conn, connect
 from f.chatmill.lib.secretbox import SecretBox
 from f.chatmill.lib.whatsapp import WINDOW_CLOSED_CODE, WhatsAppClient, WhatsAppError, text_message
 
@@ -42,7 +43,7 @@ def main(
 ) -> dict[str, Any]:
     message = str((error or {}).get("message") or "unknown error")[:1000]
     step = (error or {}).get("step_id")
-    with cv.connect(db) as conn:
+    with connect(db) as conn:
         start = cv.load_start(conn, outbox_id)
         turn_id = start.turn_id
         conn.execute(
@@ -68,7 +69,7 @@ def main(
 
 
 def _apologise(
-    conn: cv.Conn, start: cv.Start, turn_id: uuid.UUID, graph_url: str, version: str, keys: str
+    conn: Conn, start: cv.Start, turn_id: uuid.UUID, graph_url: str, version: str, keys: str
 ) -> bool:
     apology_turn = uuid.uuid5(APOLOGY, str(turn_id))
     existing = cv.parts(conn, start.organization_id, apology_turn)

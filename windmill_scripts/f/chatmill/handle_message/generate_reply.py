@@ -14,6 +14,7 @@ from typing import Any, TypedDict
 
 from f.chatmill.lib import conversation as cv
 from f.chatmill.lib.answering import generate_reply
+from f.chatmill.lib.database import connect
 from f.chatmill.lib.providers import ProviderConfig
 from f.chatmill.lib.secretbox import SecretBox
 from f.chatmill.lib.whatsapp import WhatsAppClient, WhatsAppError, split_text
@@ -63,7 +64,7 @@ def main(
         gemini_embedding_model=gemini_embedding_model,
         llm_timeout_seconds=float(llm_timeout_seconds),  # Windmill variables arrive as strings
     )
-    with cv.connect(db) as conn:
+    with connect(db) as conn:
         start = cv.load_start(conn, context["outbox_id"])
         turn_id = start.turn_id
         if not cv.acquire_lease(conn, start, turn_id):

@@ -20,6 +20,7 @@ import logging
 from typing import Any, TypedDict
 
 from f.chatmill.lib import conversation as cv
+from f.chatmill.lib.database import Conn, connect
 from f.chatmill.lib.secretbox import SecretBox
 from f.chatmill.lib.whatsapp import WhatsAppClient, WhatsAppError, text_message
 
@@ -42,7 +43,7 @@ def main(
     whatsapp_api_version: str = "v21.0",
     encryption_keys: str = "",
 ) -> dict[str, Any]:
-    with cv.connect(db) as conn:
+    with connect(db) as conn:
         start = cv.load_start(conn, outbox_id)
         turn_id = start.turn_id
         base = {"outbox_id": str(start.outbox_id), "turn_id": str(turn_id)}
@@ -77,7 +78,7 @@ def main(
         }
 
 
-def _refusal(conn: cv.Conn, context: dict[str, Any]) -> str | None:
+def _refusal(conn: Conn, context: dict[str, Any]) -> str | None:
     if context["paused"]:
         return "paused"
     last = context["last_inbound_at"]
@@ -88,7 +89,7 @@ def _refusal(conn: cv.Conn, context: dict[str, Any]) -> str | None:
     return None
 
 
-def _stop(conn: cv.Conn, start: cv.Start, turn_id: Any, base: dict[str, Any], reason: str) -> dict[str, Any]:
+def _stop(conn: Conn, start: cv.Start, turn_id: Any, base: dict[str, Any], reason: str) -> dict[str, Any]:
     cv.finish_message(conn, start, turn_id, reason)
     cv.finish_turn(conn, start.organization_id, turn_id, reason)
     redispatched = cv.release(conn, start, turn_id)

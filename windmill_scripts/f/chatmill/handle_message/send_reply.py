@@ -16,6 +16,7 @@ import random
 from typing import Any, TypedDict
 
 from f.chatmill.lib import conversation as cv
+from f.chatmill.lib.database import connect
 from f.chatmill.lib.secretbox import SecretBox
 from f.chatmill.lib.whatsapp import WhatsAppClient, WhatsAppError, text_message
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
@@ -45,7 +46,7 @@ def main(
     encryption_keys: str = "",
 ) -> dict[str, Any]:
     box = SecretBox([key for key in encryption_keys.split(",") if key])
-    with cv.connect(db) as conn:
+    with connect(db) as conn:
         start = cv.load_start(conn, context["outbox_id"])
         turn_id = start.turn_id
         chat = cv.conversation_context(conn, start.organization_id, start.conversation_id)

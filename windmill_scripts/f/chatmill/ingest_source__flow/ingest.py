@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-import psycopg
+from f.chatmill.lib.database import connect
 from f.chatmill.lib.ingestion import claim_due_sources, ingest_source
 from f.chatmill.lib.providers import ProviderConfig
-from psycopg.rows import dict_row
 
 
 # Windmill infers the `resource-postgresql` input from this lowercase class name: keep it.
@@ -50,18 +49,7 @@ def main(
         gemini_embedding_model=gemini_embedding_model,
         llm_timeout_seconds=float(llm_timeout_seconds),  # Windmill variables arrive as strings
     )
-    with psycopg.connect(
-        host=db.get("host"),
-        port=db.get("port"),
-        user=db.get("user"),
-        dbname=db.get("dbname"),
-        sslmode=db.get("sslmode"),
-        password=db.get("password"),
-        connect_timeout=10,
-        autocommit=True,
-        row_factory=dict_row,
-        application_name="chatmill-ingest-source",
-    ) as conn:
+    with connect(db, application_name="chatmill-ingest-source") as conn:
         if source_id:
             return ingest_source(conn, source_id, providers).as_dict()
         results = [

@@ -20,39 +20,18 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+
+from f.chatmill.lib.database import Conn
 
 TURN_NAMESPACE = uuid.UUID("6a1f0d4e-8c2b-4f37-a5d9-3e7b1c0f9a24")
 LEASE_SECONDS = 120
 MAX_DEBOUNCE_SECONDS = 10.0
 CUSTOMER_SERVICE_WINDOW = dt.timedelta(hours=24)
-
-Conn = psycopg.Connection[dict[str, Any]]
-
-
-@contextmanager
-def connect(db: Mapping[str, Any]) -> Iterator[Conn]:
-    """An autocommit connection from a Windmill ``postgresql`` resource."""
-    with psycopg.connect(
-        host=db.get("host"),
-        port=db.get("port"),
-        user=db.get("user"),
-        dbname=db.get("dbname"),
-        sslmode=db.get("sslmode") or "prefer",
-        password=db.get("password") or None,
-        connect_timeout=10,
-        autocommit=True,
-        row_factory=dict_row,
-        application_name="chatmill-flow",
-    ) as conn:
-        yield conn
 
 
 def turn_id_for(outbox_id: uuid.UUID | str, generation: int = 0) -> uuid.UUID:
