@@ -40,14 +40,14 @@ def main(
     gemini_embedding_model: str = "gemini-embedding-001",
     llm_timeout_seconds: float = 30.0,
 ) -> dict[str, Any]:
-    providers = ProviderConfig(
-        embedding_provider=embedding_provider or "offline",
-        openai_api_key=openai_api_key or None,
-        openai_base_url=openai_base_url or None,
+    providers = ProviderConfig(  # empty variables mean "not set"; see ProviderConfig.__post_init__
+        embedding_provider=embedding_provider,
+        openai_api_key=openai_api_key,
+        openai_base_url=openai_base_url,
         openai_embedding_model=openai_embedding_model,
-        gemini_api_key=gemini_api_key or None,
+        gemini_api_key=gemini_api_key,
         gemini_embedding_model=gemini_embedding_model,
-        llm_timeout_seconds=float(llm_timeout_seconds),  # Windmill variables arrive as strings
+        llm_timeout_seconds=llm_timeout_seconds,
     )
     with connect(db, application_name="chatmill-ingest-source") as conn:
         if source_id:

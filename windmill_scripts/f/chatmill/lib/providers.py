@@ -76,6 +76,9 @@ class ProviderConfig:
         for name in ("openai_api_key", "openai_base_url", "gemini_api_key", "gemini_base_url"):
             if getattr(self, name) == "":
                 object.__setattr__(self, name, None)
+        for name in ("llm_provider", "embedding_provider"):  # an unset variable: the offline default
+            if not getattr(self, name):
+                object.__setattr__(self, name, "offline")
 
     @classmethod
     def from_settings(cls, settings: Any) -> ProviderConfig:
